@@ -14,6 +14,7 @@ Usage:
                                       connection details to F
   lab.py down NAME [...] | --all      stop guests and remove their overlays
   lab.py status                       list the guests recorded in the cache
+  lab.py inventory GUESTS_JSON GROUP  print an Ansible inventory (JSON) of guests
 """
 
 import argparse
@@ -439,6 +440,21 @@ def status():
     print(json.dumps(rows, indent=2))
 
 
+def inventory(guests_json, group):
+    """Print an inventory that puts every guest of an `up` run in one group."""
+    hosts = {}
+    for details in json.loads(Path(guests_json).read_text()):
+        hosts[details["instance"]] = {
+            "ansible_host": details["address"],
+            "ansible_port": details["port"],
+            "ansible_user": details["user"],
+            "ansible_ssh_private_key_file": details["identity_file"],
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "lab_suite": details["suite"],
+        }
+    print(json.dumps({group: {"hosts": hosts}}, indent=2))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -451,6 +467,9 @@ def main(argv=None):
     down.add_argument("names", nargs="*")
     down.add_argument("--all", action="store_true", help="every guest of this lab")
     sub.add_parser("status", help="list the guests recorded in the cache")
+    listing = sub.add_parser("inventory", help="print an Ansible inventory of guests")
+    listing.add_argument("guests_json", help="the file written by `up --json`")
+    listing.add_argument("group", help="the inventory group to put them in")
     args = parser.parse_args(argv)
 
     try:
@@ -467,6 +486,8 @@ def main(argv=None):
             print(json.dumps(guests_up(specs, args.json), indent=2))
         elif args.command == "down":
             guests_down(args.names, args.all)
+        elif args.command == "inventory":
+            inventory(args.guests_json, args.group)
         else:
             status()
     except LabError as error:
