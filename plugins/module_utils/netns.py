@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import collections
 import ctypes
+import errno
 import os
 import pickle
 import select
@@ -62,15 +63,18 @@ def resolve_netns(netns):
     return NetnsTarget("network namespace '%s'" % text, os.path.join(NETNS_RUN_DIR, text))
 
 
-def netns_inode(path=None):
+def netns_inode(path=None, label=None):
     """Return the inode number that identifies a network namespace.
 
     Two paths name the same namespace when their inodes (and devices) match.
-    ``path`` None means the namespace of the calling process.
+    ``path`` None means the namespace of the calling process. ``label``
+    names the namespace in the error raised when it does not exist.
     """
     try:
         return os.stat(path or "/proc/self/ns/net").st_ino
     except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise NamespaceError("%s does not exist (%s is missing)" % (label or "network namespace " + path, path))
         raise NamespaceError("network namespace %s cannot be read: %s" % (path, exc.strerror))
 
 

@@ -435,7 +435,7 @@ class BridgeTask:
         try:
             target = resolve_netns(self.params["netns"])
             self.result["netns"] = target.label
-            netns_key = netns_inode(target.path)
+            netns_key = netns_inode(target.path, target.label)
         except NamespaceError as exc:
             self.fail(str(exc))
 
