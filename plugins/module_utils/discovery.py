@@ -38,7 +38,6 @@ import socket
 
 from ansible_collections.l2tp.lac.plugins.module_utils.ppp_ioctl import (
     AF_PPPOX,
-    PPPOX_BOUND,
     PX_PROTO_OE,
     PX_PROTO_OL2TP,
     PppError,

@@ -117,7 +117,7 @@ bridging:
       type: bool
       sample: true
     reason:
-      description: How the answer was reached, or why the probe could not run.
+      description: How the result was reached, or why the probe could not run.
       type: str
       sample: bridged and unbridged two throwaway channels (1 and 2)
     kernel:

@@ -12,7 +12,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.l2tp.lac.plugins.module_utils import bridge_plan, bridge_records
+from ansible_collections.l2tp.lac.plugins.module_utils import bridge_plan
 from ansible_collections.l2tp.lac.plugins.module_utils.ppp_ioctl import error_from_errno
 from ansible_collections.l2tp.lac.plugins.modules import ppp_bridge
 
