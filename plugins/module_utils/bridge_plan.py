@@ -245,8 +245,13 @@ def build_socket_index(sockets):
 
 
 def build_channel_index(sockets):
-    """Return {channel index: socket} for discovered sockets whose index is known."""
-    return dict((found["channel"], found) for found in sockets if found.get("channel") is not None)
+    """Return {channel index: socket} for discovered sockets of this namespace whose index is known.
+
+    Channel indices are per network namespace, so a socket of another
+    namespace (a pppd in a container, say) may carry the same number.
+    """
+    return dict((found["channel"], found) for found in sockets
+                if found.get("channel") is not None and found.get("in_netns"))
 
 
 class ResolvedEnd:

@@ -276,7 +276,9 @@ def add_recorded_peers(sockets, entries):
     by_channel = bridge_records.index_by_channel(entries)
     for found in sockets:
         peer = None
-        if found.get("channel") is not None:
+        # Channel indices are per namespace: the records say nothing about a
+        # socket of another namespace that has the same number.
+        if found.get("channel") is not None and found.get("in_netns"):
             peer = bridge_records.recorded_peer(by_channel, found["channel"])
         found["bridged_peer"] = peer
         found["bridged_peer_source"] = BRIDGED_PEER_SOURCE_RECORD if peer is not None else None

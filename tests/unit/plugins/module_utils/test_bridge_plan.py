@@ -556,3 +556,16 @@ def test_record_with_same_socket_inode_is_live():
 
     assert live == [entry]
     assert stale == []
+
+
+def test_record_ignores_same_index_in_other_namespace():
+    # A pppd in another namespace has channel 1 there too; only this
+    # namespace's socket decides whether the record is stale.
+    sockets = [pppoe_socket("eth1", 17, 1, 5555), pppoe_socket("eth0", 1, 1, 7777, in_netns=False)]
+    entry = recorded(1, 2, inode_a=5555)
+
+    live, stale = bridge_plan.partition_stale([entry], lambda index: True,
+                                              bridge_plan.build_channel_index(sockets))
+
+    assert live == [entry]
+    assert stale == []

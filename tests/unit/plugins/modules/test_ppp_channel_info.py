@@ -36,8 +36,9 @@ def run_module(args):
     return raised.value
 
 
-def socket_with_channel(channel, kind="pppoe", tunnel_id=None, session_id=None, tunnel_socket=False):
+def socket_with_channel(channel, kind="pppoe", tunnel_id=None, session_id=None, tunnel_socket=False, in_netns=True):
     return {"kind": kind, "channel": channel, "socket_inode": 1000 + (channel or 0), "tunnel_socket": tunnel_socket,
+            "in_netns": in_netns,
             "l2tp": {"tunnel_id": tunnel_id, "session_id": session_id} if kind == "l2tp" else None}
 
 
@@ -53,6 +54,15 @@ def test_recorded_peer_marked_as_record():
 
     assert [(found["bridged_peer"], found["bridged_peer_source"]) for found in sockets] == [
         (42, "record"), (17, "record"), (None, None), (None, None)]
+
+
+def test_recorded_peer_skips_other_namespace():
+    sockets = [socket_with_channel(17), socket_with_channel(17, in_netns=False)]
+
+    ppp_channel_info.add_recorded_peers(sockets, [entry(17, 42)])
+
+    assert sockets[0]["bridged_peer"] == 42
+    assert sockets[1]["bridged_peer"] is None
 
 
 def test_describe_session_names_pseudowire():
