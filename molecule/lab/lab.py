@@ -319,6 +319,14 @@ def stop_guest(name):
             time.sleep(0.1)
         else:
             os.kill(pid, signal.SIGKILL)
+
+    # Keep the last console log of each guest name: after a failed run it is
+    # often the only record of what the guest's kernel printed.
+    console = vm_dir(name) / "console.log"
+    if console.exists():
+        logs = cache_dir() / "logs"
+        logs.mkdir(exist_ok=True)
+        shutil.copy(console, logs / f"{name}.console.log")
     shutil.rmtree(vm_dir(name), ignore_errors=True)
 
 

@@ -474,6 +474,15 @@ def _exists_checker(ops):
     return channel_exists
 
 
+def split_live_records(entries, sockets):
+    """Return (live, stale) record entries, asking the kernel whether each channel still exists.
+
+    Call it inside the records' namespace, because channel indices are per
+    namespace. Attaching to a channel is the existence check and changes nothing.
+    """
+    return partition_stale(entries, _exists_checker(KernelChannelOps()), build_channel_index(sockets))
+
+
 def _check_batch_conflicts(resolved_pairs, state, problems):
     """Add a problem for a pair bridged to itself or a channel used by two pairs."""
     users = {}
@@ -675,11 +684,11 @@ def _failure_message(pair, resolved_a, resolved_b, error, position, total):
     where = "%s (%s, channel %s <-> %s, channel %s)" % (
         pair.label(), resolved_a.end.describe(), resolved_a.channel, resolved_b.end.describe(), resolved_b.channel)
     if position == 0:
-        done = "no pair before it was changed"
+        done = "No pair before it was changed"
     elif position == 1:
-        done = "pair 1 was done"
+        done = "Pair 1 was done"
     else:
-        done = "pairs 1 to %d were done" % position
+        done = "Pairs 1 to %d were done" % position
     remaining = total - position - 1
     after = "; the %d pair(s) after it were not attempted" % remaining if remaining else ""
     return "%s failed: %s. %s%s; see 'pairs' for each pair's action" % (where, error, done, after)

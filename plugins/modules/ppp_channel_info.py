@@ -231,6 +231,31 @@ netns:
   returned: always
   type: str
   sample: the host network namespace
+ended_bridges:
+  description:
+    - Bridges that the records list but that have ended, because one of their channels no longer exists (its
+      socket was closed, or its PPPoE session was torn down). Empty when O(channels=false).
+    - This module only reports them. The next M(l2tp.lac.ppp_bridge) run in the namespace drops them from the
+      records.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    channels:
+      description: The two recorded channel indices.
+      type: list
+      elements: int
+      sample: [5, 6]
+    descriptors:
+      description: The sessions the two ends were given by, or null for an end given by channel index.
+      type: list
+      elements: dict
+      sample: [{"pppoe": {"interface": "eth1", "session_id": 3, "peer_mac": null}}, null]
+    bridged_at:
+      description: When the bridge was made, in UTC.
+      type: str
+      sample: "2026-12-04T21:55:38Z"
+  sample: []
 record_file:
   description: The bridge record file that was read.
   returned: always
@@ -243,7 +268,9 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.l2tp.lac.plugins.module_utils import bridge_records, l2tp_netlink
+from ansible_collections.l2tp.lac.plugins.module_utils.bridge_plan import split_live_records
 from ansible_collections.l2tp.lac.plugins.module_utils.bridge_records import RecordError, RecordStore
+from ansible_collections.l2tp.lac.plugins.module_utils.ppp_ioctl import PppError
 from ansible_collections.l2tp.lac.plugins.module_utils.bridging_probe import probe_bridging_support
 from ansible_collections.l2tp.lac.plugins.module_utils.discovery import DiscoveryError, discover_pppox_sockets
 from ansible_collections.l2tp.lac.plugins.module_utils.netns import (
@@ -285,6 +312,13 @@ def add_recorded_peers(sockets, entries):
     return sockets
 
 
+def describe_ended_bridge(entry):
+    """Describe a recorded bridge one of whose channels no longer exists."""
+    return {"channels": [entry["a"]["channel"], entry["b"]["channel"]],
+            "descriptors": [entry["a"].get("descriptor"), entry["b"].get("descriptor")],
+            "bridged_at": entry.get("bridged_at")}
+
+
 def read_entries(record_dir, netns_key):
     """Return the record entries of one namespace, or none when no record directory exists."""
     if not os.path.isdir(record_dir):
@@ -296,7 +330,8 @@ def read_entries(record_dir, netns_key):
 def main():
     module = build_module()
     params = module.params
-    result = dict(changed=False, bridging=None, channels=[], inaccessible_processes=[], netns=params["netns"],
+    result = dict(changed=False, bridging=None, channels=[], ended_bridges=[], inaccessible_processes=[],
+                  netns=params["netns"],
                   record_file=os.path.join(params["record_dir"], bridge_records.RECORD_FILE_NAME))
 
     if params["l2tp_netlink"] and not l2tp_netlink.HAS_PYROUTE2:
@@ -318,9 +353,13 @@ def main():
         try:
             scan = run_in_netns(target, discover_pppox_sockets, params["processes"])
             entries = read_entries(params["record_dir"], netns_key)
-        except (DiscoveryError, NamespaceError, ChildFailed, RecordError) as exc:
+            # A recorded bridge ends when either channel's socket closes, and
+            # the records cannot know; the kernel says which channels remain.
+            live, stale = run_in_netns(target, split_live_records, entries, scan["sockets"])
+        except (DiscoveryError, NamespaceError, ChildFailed, RecordError, PppError) as exc:
             module.fail_json(msg=str(exc), exception=getattr(exc, "child_traceback", None), **result)
-        sockets = add_recorded_peers(scan["sockets"], entries)
+        sockets = add_recorded_peers(scan["sockets"], live)
+        result["ended_bridges"] = [describe_ended_bridge(entry) for entry in stale]
         result["channels"] = sorted(sockets, key=lambda found: (found["kind"], found["socket_inode"]))
         result["inaccessible_processes"] = scan["inaccessible"]
 

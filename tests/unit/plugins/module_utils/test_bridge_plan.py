@@ -345,7 +345,7 @@ def test_mid_batch_rejection_reports_done_and_not_done():
     assert outcome.results[1]["error"].startswith(
         "channel 3 or channel 4 is already bridged or attached to a PPP unit; the kernel does not say which.")
     assert outcome.message.startswith("pair 2 (channel 3, channel 3 <-> channel 4, channel 4) failed: ")
-    assert "pair 1 was done; the 1 pair(s) after it were not attempted" in outcome.message
+    assert "Pair 1 was done; the 1 pair(s) after it were not attempted" in outcome.message
     assert [(entry["a"]["channel"], entry["b"]["channel"]) for entry in outcome.entries_after] == [(1, 2)]
 
 
@@ -354,7 +354,7 @@ def test_first_pair_failure_message():
 
     outcome = run(channel_pairs((1, 2)), ops)
 
-    assert "no pair before it was changed" in outcome.message
+    assert "No pair before it was changed" in outcome.message
     assert "not attempted" not in outcome.message
     assert "l2tp.lac.ppp_kmod" in outcome.results[0]["error"]
     assert "Linux 5.11" in outcome.results[0]["error"]
