@@ -10,31 +10,10 @@ import json
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.l2tp.lac.plugins.module_utils import bridge_plan
 from ansible_collections.l2tp.lac.plugins.module_utils.ppp_ioctl import error_from_errno
 from ansible_collections.l2tp.lac.plugins.modules import ppp_bridge
-
-
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result.get("msg"))
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def capture_exit(monkeypatch):
-    def exit_json(module, **result):
-        raise ModuleExit(result, failed=False)
-
-    def fail_json(module, msg, **result):
-        result["msg"] = msg
-        raise ModuleExit(result, failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+from module_runner import run_main
 
 
 class ScriptedChannels:
@@ -74,15 +53,7 @@ def kernel(monkeypatch):
 
 
 def run_module(args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with patch_module_args(args):
-        with pytest.raises(ModuleExit) as raised:
-            ppp_bridge.main()
-    return raised.value
+    return run_main(ppp_bridge.main, args, check_mode=check_mode, diff=diff)
 
 
 def channel_pairs(*pairs):

@@ -2,38 +2,13 @@
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.l2tp.lac.plugins.module_utils import bridge_records, l2tp_netlink
 from ansible_collections.l2tp.lac.plugins.modules import ppp_channel_info
-
-
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super(ModuleExit, self).__init__(result.get("msg"))
-        self.result = result
-        self.failed = failed
-
-
-@pytest.fixture(autouse=True)
-def capture_exit(monkeypatch):
-    def exit_json(module, **result):
-        raise ModuleExit(result, failed=False)
-
-    def fail_json(module, msg, **result):
-        result["msg"] = msg
-        raise ModuleExit(result, failed=True)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+from module_runner import run_main
 
 
 def run_module(args):
-    with patch_module_args(args):
-        with pytest.raises(ModuleExit) as raised:
-            ppp_channel_info.main()
-    return raised.value
+    return run_main(ppp_channel_info.main, args)
 
 
 def socket_with_channel(channel, kind="pppoe", tunnel_id=None, session_id=None, tunnel_socket=False, in_netns=True):
