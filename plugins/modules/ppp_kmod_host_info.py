@@ -70,15 +70,18 @@ os:
   type: dict
   sample: {"id": "debian", "version_id": "11", "major": "11"}
 ppp_generic:
-  description: The loaded module, the file that modprobe would load now, the distribution's file, and the
-    loaded modules that depend on ppp_generic in the order they must be removed.
+  description:
+    - The loaded module, the file that modprobe would load now, the distribution's file, and the loaded modules
+      that depend on ppp_generic in the order they must be removed.
+    - A srcversion is null for a module without MODULE_VERSION in a kernel built without
+      CONFIG_MODULE_SRCVERSION_ALL, such as Debian's in-tree ppp_generic.
   returned: always
   type: dict
-  sample: {"builtin": false, "loaded": true, "loaded_version": null, "loaded_srcversion": "5993708439708F06D2E431A",
+  sample: {"builtin": false, "loaded": true, "loaded_version": null, "loaded_srcversion": null,
            "file": "/lib/modules/5.10.0-32-amd64/kernel/drivers/net/ppp/ppp_generic.ko", "file_version": null,
-           "file_srcversion": "5993708439708F06D2E431A",
+           "file_srcversion": null,
            "distro_file": "/lib/modules/5.10.0-32-amd64/kernel/drivers/net/ppp/ppp_generic.ko",
-           "distro_srcversion": "5993708439708F06D2E431A", "dependents": ["pppoe", "l2tp_ppp", "pppox"]}
+           "distro_version": null, "distro_srcversion": null, "dependents": ["l2tp_ppp", "pppoe", "pppox"]}
 headers:
   description: The kernel build directory for the running kernel and whether it has a Makefile.
   returned: always
@@ -122,10 +125,13 @@ users:
       /dev/ppp file, PPP tty line discipline or PPP compressor is in use.
     - RV(users.sessions) lists the lines of /proc/net/pppoe and /proc/net/pppol2tp of every network namespace
       that a process is in, so sessions in namespaces without a process are not listed, but still counted.
+    - RV(users.summary) says the same in one sentence.
   returned: always
   type: dict
   sample: {"count": 3, "references": {"pppoe": 2, "l2tp_ppp": 1}, "ppp_device_holders": [{"pid": 812, "command": "pppd"}],
-           "sessions": [{"netns": 4026532281, "kind": "pppoe", "line": "00000001 02:00:00:00:01:01 lac-cpe"}]}
+           "sessions": [{"netns": 4026532281, "kind": "pppoe", "line": "00000001 02:00:00:00:01:01 lac-cpe"}],
+           "summary": "3 module references beyond module dependencies (l2tp_ppp 1, pppoe 2); 1 sockets listed in
+             /proc/net/pppoe and /proc/net/pppol2tp; /dev/ppp open in pppd (pid 812)"}
 """
 
 import glob
@@ -221,6 +227,7 @@ class HostReader:
             "file_version": self.modinfo("version", module_file) if module_file else None,
             "file_srcversion": self.modinfo("srcversion", module_file) if module_file else None,
             "distro_file": distro_file,
+            "distro_version": self.modinfo("version", distro_file) if distro_file else None,
             "distro_srcversion": self.modinfo("srcversion", distro_file) if distro_file else None,
             "dependents": [name for name in removal_order(MODULE) if name != MODULE],
         }
@@ -282,8 +289,23 @@ class HostReader:
             if extra > 0:
                 references[name] = extra
         holders, sessions = scan_processes()
-        return {"count": sum(references.values()), "references": references,
-                "ppp_device_holders": holders, "sessions": sessions}
+        count = sum(references.values())
+        return {"count": count, "references": references, "ppp_device_holders": holders, "sessions": sessions,
+                "summary": describe_users(count, references, holders, sessions)}
+
+
+def describe_users(count, references, holders, sessions):
+    """Return one sentence on what uses PPP, for messages."""
+    if not count:
+        return "nothing uses PPP"
+    parts = ["%d module references beyond module dependencies (%s)"
+             % (count, ", ".join("%s %d" % item for item in sorted(references.items())))]
+    if sessions:
+        parts.append("%d sockets listed in /proc/net/pppoe and /proc/net/pppol2tp" % len(sessions))
+    if holders:
+        parts.append("/dev/ppp open in %s" % ", ".join("%s (pid %d)" % (holder["command"], holder["pid"])
+                                                         for holder in holders))
+    return "; ".join(parts)
 
 
 def parse_dkms_status(output, name):
@@ -332,7 +354,7 @@ def scan_processes():
             # The first line is a header. /proc/net/pppol2tp lists tunnels and
             # sessions in blocks; keep the session lines only.
             for line in text.splitlines()[1:]:
-                if kind == "l2tp" and not line.strip().startswith("SESSION"):
+                if kind == "l2tp" and not line.strip().startswith("SESSION '"):
                     continue
                 if line.strip():
                     sessions.append({"netns": netns, "kind": kind, "line": line.strip()})

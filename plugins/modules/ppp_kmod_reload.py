@@ -63,10 +63,18 @@ version:
   type: str
   sample: 2.4.2-l2tp-lac.1
 srcversion:
-  description: The srcversion of the ppp_generic loaded now.
+  description:
+    - The srcversion of the ppp_generic loaded now, or null when it has none.
+    - Debian's in-tree modules without MODULE_VERSION have none, because its kernels are built without
+      CONFIG_MODULE_SRCVERSION_ALL.
   returned: success
   type: str
   sample: 5993708439708F06D2E431A
+file:
+  description: The file that C(modinfo -n ppp_generic) names after the reload, which is the one just loaded.
+  returned: success
+  type: str
+  sample: /lib/modules/5.10.0-32-amd64/updates/dkms/ppp_generic.ko
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -108,7 +116,8 @@ def main():
                          stage="load", removed=removed, loaded=[name for name in to_load if loaded_module(name)])
 
     state = loaded_module(MODULE) or {}
-    module.exit_json(changed=True, removed=removed, loaded=to_load,
+    rc, out, err = module.run_command(["modinfo", "-n", MODULE], environ_update=environ)
+    module.exit_json(changed=True, removed=removed, loaded=to_load, file=out.strip() if rc == 0 else None,
                      version=state.get("version"), srcversion=state.get("srcversion"))
 
 
