@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "tests" / "output"
 
 # In the order they run: each later scenario leans on what the earlier ones prove.
-SCENARIOS = ["sessions"]
+SCENARIOS = ["sessions", "ppp_kmod"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
