@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "tests" / "output"
 
 # In the order they run: each later scenario leans on what the earlier ones prove.
-SCENARIOS = ["sessions", "ppp_bridge"]
+SCENARIOS = ["sessions", "ppp_bridge", "ppp_kmod", "rollout"]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
