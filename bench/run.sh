@@ -80,10 +80,16 @@ if [ ${#figures[@]} -eq 1 ] && wants p3; then
 fi
 
 guest_name=""
-stop_guest() {
+work=""
+clean_up() {
+    # A closed output must not stop the clean-up halfway.
+    trap '' PIPE
     if [ -n "$guest_name" ]; then
         echo "stopping guest $guest_name"
-        (cd "$repo" && "$python" molecule/lab/lab.py down "$guest_name") || true
+        (cd "$repo" && "$python" molecule/lab/lab.py down "$guest_name") >/dev/null 2>&1 || true
+    fi
+    if [ -n "$work" ]; then
+        rm -rf "$work"
     fi
 }
 
@@ -123,12 +129,6 @@ run_figure() {
 }
 
 main() {
-    set -e
-    local work
-    work=$(mktemp -d)
-    trap 'stop_guest; rm -rf "$work"' EXIT
-    trap 'exit 130' INT TERM
-
     echo "l2tp.lac benchmarks: ${figures[*]}"
     echo "controller: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores," \
          "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -183,9 +183,10 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 log_file=$repo/bench/output/$suite-$stamp.txt
 results_file=$repo/bench/output/$suite-$stamp.jsonl
 
-# main runs in the pipeline's subshell, so its EXIT trap stops the guest
-# before tee ends; set -e is switched on again inside it.
-set +e
-main 2>&1 | tee "$log_file"
-status=${PIPESTATUS[0]}
-exit "$status"
+# tee ignores INT and TERM, so that it still logs the clean-up after Ctrl-C.
+exec > >(trap '' INT TERM; exec tee "$log_file") 2>&1
+work=$(mktemp -d)
+trap clean_up EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+main
