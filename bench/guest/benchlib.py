@@ -85,9 +85,9 @@ def guest_line(guest):
 def fixture_sessions(count, exact):
     """Return the fixture's state with ``count`` sessions, starting the fixture if needed.
 
-    With ``exact`` False, a running fixture with more sessions is reused. The
-    fixture is started without pppd peers, because no figure needs PPP to
-    converge.
+    With ``exact`` False, a running fixture with more sessions is reused.
+    Starting the fixture replaces a running one, and it starts without pppd
+    peers, because no figure needs PPP to converge.
     """
     state = None
     if os.path.exists(FIXTURE_STATE):
@@ -361,7 +361,7 @@ def check_all_bridged(result, expected_pairs):
     """Raise BenchError unless the module bridged exactly ``expected_pairs`` [(channel, peer)]."""
     actual = [(pair["a"]["channel"], pair["b"]["channel"]) for pair in result["pairs"]]
     if actual != list(expected_pairs):
-        raise BenchError("ppp_bridge resolved other channels than the fixture holds (first pairs %s, expected %s)"
+        raise BenchError("ppp_bridge resolved other channels than the fixture created (first pairs %s, expected %s)"
                          % (actual[:3], list(expected_pairs)[:3]))
     not_bridged = [pair["number"] for pair in result["pairs"] if pair["action"] != "bridged"]
     if not_bridged:

@@ -33,8 +33,8 @@ from ansible_collections.l2tp.lac.plugins.module_utils.netns import run_in_netns
 P1_GOAL = 2.0
 P2_GOAL = 3.0
 # The cost per pair at the largest size may exceed the one at the smallest by
-# this factor and still count as linear growth: RSS moves in whole pages and
-# allocator arenas, which is noise at 1,000 pairs.
+# this factor and still count as linear growth, because RSS grows in whole
+# pages and allocator arenas, which is noise at 1,000 pairs.
 LINEAR_TOLERANCE = 1.10
 
 
@@ -119,7 +119,7 @@ class BridgeBench:
             raise BenchError("%d descriptor(s) did not resolve; first: %s"
                              % (len(outcome["problems"]), outcome["problems"][0]))
         if [tuple(pair) for pair in outcome["channels"]] != self.expected:
-            raise BenchError("descriptors resolved to other channels than the fixture holds")
+            raise BenchError("descriptors resolved to other channels than the fixture created")
         return outcome
 
 
@@ -194,7 +194,7 @@ def profile_module(pair_count):
     """Print where one ppp_bridge run on channel indices spends its time, by cProfile.
 
     The namespace child's own work shows only as the parent's wait in
-    select(), because cProfile sees this process alone.
+    select(), because cProfile profiles this process only.
     """
     import cProfile
     import pstats
@@ -323,7 +323,7 @@ def memory_run(channels_path):
 def measure_memory(sizes, repeat, json_path):
     """Measure the peak RSS of ppp_bridge runs of each size, ``repeat`` times.
 
-    Each run bridges sessions that no earlier run used, so the fixture holds
+    Each run bridges sessions that no earlier run used, so the fixture runs
     repeat * sum(sizes) sessions. Unbridging between runs would cost far more
     than the runs, because the kernel waits for an RCU grace period on every
     unbridge (synchronize_rcu in ppp_unbridge_channels). The pairs stay

@@ -19,10 +19,10 @@ arrived.
 
 Both modes send the same number of frames of the same size, in alternating
 order after one warm-up run each. On a kernel that cannot bridge, only the
-relay is measured. The fixture holds a fixed number of sessions (default
-1,000, as in P1 and P2), because the rate falls as the session count grows:
-PPPoE finds each received frame's session in a hash table of 16 buckets
-(PPPOE_HASH_BITS 4 in drivers/net/ppp/pppoe.c).
+relay is measured. The fixture runs a fixed number of sessions (default
+1,000, as in P1 and P2), because the rate falls as the session count grows.
+One likely reason is that PPPoE finds each received frame's session in a
+hash table of 16 buckets (PPPOE_HASH_BITS 4 in drivers/net/ppp/pppoe.c).
 """
 
 import argparse
@@ -114,7 +114,7 @@ class TxRing:
             # struct tpacket2_hdr: tp_status, then tp_len.
             struct.pack_into("II", self.ring, start, TP_STATUS_AVAILABLE, len(frame))
             self.ring[start + TPACKET2_DATA_OFFSET:start + TPACKET2_DATA_OFFSET + len(frame)] = frame
-        # The kernel walks the ring from slot 0 and wraps around, and so do we.
+        # The kernel walks the ring from slot 0 and wraps around, and so does send().
         self.head = 0
 
     def send(self, count):
@@ -197,7 +197,10 @@ def report(reports, **fields):
 
 
 def run_sender(control, reports, frame, count):
-    """Child: send ``count`` copies of ``frame`` from the cpe namespace once "go" arrives on ``control``."""
+    """Send ``count`` copies of ``frame`` from the cpe namespace once "go" arrives on ``control``.
+
+    The main function of the sender Child.
+    """
     benchlib.enter_netns("cpe")
     # Protocol 0: this socket receives nothing, it only transmits.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -214,7 +217,9 @@ def run_sender(control, reports, frame, count):
 
 
 def run_relay(control, reports, pppoe_channel, l2tp_channel):
-    """Child: forward frames between two channels in the lac namespace until the control pipe closes.
+    """Forward frames between two channels in the lac namespace until the control pipe closes.
+
+    The main function of the relay Child.
 
     Each channel gets its own non-blocking /dev/ppp descriptor. A frame that
     arrives on a channel with no bridge and no PPP unit waits in the
@@ -312,7 +317,7 @@ class FrameBench:
         try:
             sender = Child("sender", run_sender, self.frame, count)
             sender.receive()
-            # Lets a relay drain frames queued on the channel before this run.
+            # Let a relay drain frames queued on the channel before this run.
             time.sleep(SETTLE_TIME)
             baseline = self.counter.rx_packets()
             sender.tell("go")
@@ -439,7 +444,7 @@ def main(argv=None):
                         help="bytes of each PPP frame, protocol field included (default 100)")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--sessions", type=int, default=1000,
-                        help="sessions the fixture holds while the first one carries the frames (default 1000)")
+                        help="number of fixture sessions; the first one carries the frames (default 1000)")
     parser.add_argument("--json", help="append the result as a JSON line to this file")
     args = parser.parse_args(argv)
     if args.ppp_size < 2:
