@@ -17,6 +17,11 @@ userspace LAC without the bridge ioctl forwards them. The L2TP session's
 rx_packets counter in namespace lns, read over generic netlink, counts what
 arrived.
 
+Besides frames per second, each run reports the guest's busy CPU time per
+delivered frame. The bridged path runs on the sender's vCPU alone, while the
+relay runs on a second vCPU in parallel, so the relay's rate depends on how
+much host CPU that second vCPU gets; its CPU cost per frame depends less on it.
+
 Both modes send the same number of frames of the same size, in alternating
 order after one warm-up run each. On a kernel that cannot bridge, only the
 relay is measured. The fixture runs a fixed number of sessions (default
@@ -75,6 +80,20 @@ SETTLE_TIME = 0.2
 def monotonic():
     # CLOCK_MONOTONIC is system-wide, so the sender's timestamps compare with the driver's.
     return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def busy_cpu_seconds():
+    """Return the CPU time all of the guest's CPUs have spent busy since boot, from /proc/stat.
+
+    Busy is user, nice, system, irq and softirq time. /proc/stat counts in
+    USER_HZ ticks, which os.sysconf("SC_CLK_TCK") gives.
+    """
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    if fields[0] != "cpu":
+        raise BenchError("the first line of /proc/stat is not the 'cpu' total: %r" % " ".join(fields))
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def mac_bytes(mac):
@@ -320,10 +339,12 @@ class FrameBench:
             # Let a relay drain frames queued on the channel before this run.
             time.sleep(SETTLE_TIME)
             baseline = self.counter.rx_packets()
+            busy_before = busy_cpu_seconds()
             sender.tell("go")
             sent = sender.receive()
             sender.finish()
             delivered, delivered_at = self.wait_for_delivery(baseline, count)
+            busy_seconds = busy_cpu_seconds() - busy_before
         finally:
             if relay is not None:
                 relay.control.close()
@@ -339,6 +360,8 @@ class FrameBench:
             "mode": mode, "sent": count, "delivered": delivered, "seconds": seconds,
             "fps": delivered / seconds,
             "offered_fps": count / (sent["finished"] - sent["started"]),
+            "busy_cpu_seconds": busy_seconds,
+            "busy_cpu_us_per_frame": busy_seconds / delivered * 1e6 if delivered else None,
         }
         if relay is not None:
             figures["relayed"] = relayed["cpe_to_lns"]
@@ -381,9 +404,13 @@ def run_rounds(bench, modes, frame_count, repeat, warm_up_frames):
 
 def describe_mode(figures_list):
     fps_runs = [figures["fps"] for figures in figures_list]
+    cost_runs = [figures["busy_cpu_us_per_frame"] for figures in figures_list
+                 if figures["busy_cpu_us_per_frame"] is not None]
     return {
         "fps_median": benchlib.median(fps_runs),
         "fps_runs": fps_runs,
+        "busy_cpu_us_per_frame_median": benchlib.median(cost_runs) if cost_runs else None,
+        "busy_cpu_us_per_frame_runs": cost_runs,
         "delivered_runs": [figures["delivered"] for figures in figures_list],
         "offered_fps_median": benchlib.median([figures["offered_fps"] for figures in figures_list]),
         "runs": figures_list,
@@ -396,6 +423,10 @@ def print_mode(label, summary, frame_count):
     print("    %-30s delivered per run: %s of %d; sender offered median %.0f fps"
           % ("", ", ".join(str(count) for count in summary["delivered_runs"]), frame_count,
              summary["offered_fps_median"]))
+    if summary["busy_cpu_us_per_frame_median"] is not None:
+        print("    %-30s guest CPU busy per delivered frame: median %.1f us   runs (us): %s"
+              % ("", summary["busy_cpu_us_per_frame_median"],
+                 benchlib.format_runs(summary["busy_cpu_us_per_frame_runs"], "%.1f")))
 
 
 def measure_p4(session_count, frame_count, ppp_size, repeat, json_path):
@@ -433,6 +464,11 @@ def measure_p4(session_count, frame_count, ppp_size, repeat, json_path):
         ratio = summaries["bridge"]["fps_median"] / summaries["relay"]["fps_median"]
         record["ratio"] = ratio
         print("    ratio bridge / relay: %.2f" % ratio)
+        bridge_cost = summaries["bridge"]["busy_cpu_us_per_frame_median"]
+        relay_cost = summaries["relay"]["busy_cpu_us_per_frame_median"]
+        if bridge_cost and relay_cost:
+            record["cpu_ratio"] = relay_cost / bridge_cost
+            print("    guest CPU per delivered frame, relay / bridge: %.2f" % record["cpu_ratio"])
     print("    NOTE: the relay is Python (a poll, a read and a write per frame), so it is slower than a C relay")
     benchlib.append_json(json_path, record)
 
