@@ -70,7 +70,7 @@ def test_ansible_test_sanity(tmp_path):
 @pytest.mark.parametrize("module", MODULES)
 def test_installed_module_doc_renders(installed, module):
     result = run(["ansible-doc", f"l2tp.lac.{module}"], env=installed)
-    assert "OPTIONS" in result.stdout
+    assert f"> MODULE l2tp.lac.{module}" in result.stdout
     assert "RETURN VALUES" in result.stdout
 
 
