@@ -42,8 +42,9 @@ RECIPES = HERE / "images"
 BUILD_FORMAT = 1
 
 # A mark on every QEMU command line this lab starts, so that `down --all`
-# and a stale-guest sweep find them even when their run folder is gone.
-QEMU_TAG = "l2tp-lac-lab"
+# and a stale-guest sweep find them even when their run folder is gone. It
+# names the cache too, so labs with different caches leave each other alone.
+QEMU_TAG_PREFIX = "l2tp-lac-lab"
 
 ROOTFS_SIZE = "6G"
 GUEST_MEMORY_MB = int(os.environ.get("L2TP_LAC_LAB_MEMORY_MB", "2048"))
@@ -58,6 +59,11 @@ def cache_dir():
     path = Path(os.environ.get("L2TP_LAC_LAB_CACHE", "/var/cache/l2tp-lac-lab"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def qemu_tag():
+    digest = hashlib.sha256(str(cache_dir()).encode()).hexdigest()[:8]
+    return f"{QEMU_TAG_PREFIX}-{digest}"
 
 
 def log(message):
@@ -90,7 +96,7 @@ def lab_key():
     key = cache_dir() / "ssh" / "id_ed25519"
     if not key.exists():
         key.parent.mkdir(mode=0o700, exist_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", QEMU_TAG, "-f", str(key)],
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", QEMU_TAG_PREFIX, "-f", str(key)],
             "making the lab's SSH key")
     return key
 
@@ -291,7 +297,8 @@ def free_port():
 
 def qemu_pids(name=None):
     """Find QEMU processes this lab started, by the tag on their command line."""
-    wanted = f"{QEMU_TAG}:{name}" if name else f"{QEMU_TAG}:"
+    tag = qemu_tag()
+    wanted = f"{tag}:{name}" if name else f"{tag}:"
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -302,7 +309,7 @@ def qemu_pids(name=None):
             continue
         if argv and argv[0].endswith(b"qemu-system-x86_64") and any(
                 arg.decode(errors="replace").startswith(wanted) for arg in argv):
-            if name is None or f"{QEMU_TAG}:{name}".encode() in argv:
+            if name is None or f"{tag}:{name}".encode() in argv:
                 pids.append(int(entry.name))
     return pids
 
@@ -343,7 +350,7 @@ def start_guest(name, suite):
     port = free_port()
     console = folder / "console.log"
     argv = [
-        "qemu-system-x86_64", "-name", f"{QEMU_TAG}:{name}",
+        "qemu-system-x86_64", "-name", f"{qemu_tag()}:{name}",
         "-accel", "tcg", "-smp", "2", "-m", str(GUEST_MEMORY_MB),
         "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
         # panic=-1 with -no-reboot makes a kernel panic end QEMU instead of
