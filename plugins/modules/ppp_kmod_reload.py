@@ -26,7 +26,13 @@ description:
     loads ppp_generic and the removed modules with C(modprobe).
   - Loads ppp_generic alone when it was not loaded.
   - Ends every PPP session on the host. The role calls it only when nothing uses PPP or after draining.
-options: {}
+options:
+  depmod:
+    description:
+      - Run C(depmod -a) for the running kernel first, so that modprobe sees modules added or removed since the last
+        run, for example after C(dkms remove).
+    type: bool
+    default: false
 author:
   - l2tp.lac maintainers
 """
@@ -40,8 +46,8 @@ EXAMPLES = r"""
 
 RETURN = r"""
 stage:
-  description: On failure, V(remove) when rmmod failed (the removed modules were loaded again, so nothing changed),
-    or V(load) when modprobe failed afterwards.
+  description: On failure, V(depmod) when depmod failed (nothing was removed), V(remove) when rmmod failed (the
+    removed modules were loaded again, so nothing changed), or V(load) when modprobe failed afterwards.
   returned: failure
   type: str
   sample: remove
@@ -77,6 +83,8 @@ file:
   sample: /lib/modules/5.10.0-32-amd64/updates/dkms/ppp_generic.ko
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.l2tp.lac.plugins.module_utils.ppp_kmod_modules import loaded_module, removal_order
 
@@ -85,7 +93,7 @@ MODULE = "ppp_generic"
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(),
+        argument_spec=dict(depmod=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
     environ = {"LC_ALL": "C"}
@@ -94,6 +102,12 @@ def main():
     to_load = [MODULE] + [name for name in order if name != MODULE]
     if module.check_mode:
         module.exit_json(changed=True, removed=order, loaded=to_load)
+
+    if module.params["depmod"]:
+        rc, out, err = module.run_command(["depmod", "-a", os.uname()[2]], environ_update=environ)
+        if rc != 0:
+            module.fail_json(msg="depmod -a %s failed: %s" % (os.uname()[2], (err or out).strip()),
+                             stage="depmod", removed=[], loaded=[])
 
     removed = []
     for name in order:
