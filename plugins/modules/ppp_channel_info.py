@@ -303,7 +303,7 @@ def add_recorded_peers(sockets, entries):
     by_channel = bridge_records.index_by_channel(entries)
     for found in sockets:
         peer = None
-        # Channel indices are per namespace: the records say nothing about a
+        # Channel indices are per namespace, so a record does not apply to a
         # socket of another namespace that has the same number.
         if found.get("channel") is not None and found.get("in_netns"):
             peer = bridge_records.recorded_peer(by_channel, found["channel"])
@@ -353,8 +353,8 @@ def main():
         try:
             scan = run_in_netns(target, discover_pppox_sockets, params["processes"])
             entries = read_entries(params["record_dir"], netns_key)
-            # A recorded bridge ends when either channel's socket closes, and
-            # the records cannot know; the kernel says which channels remain.
+            # A recorded bridge ends when either channel's socket closes, which
+            # the records cannot show. Attaching by index tells which channels remain.
             live, stale = run_in_netns(target, split_live_records, entries, scan["sockets"])
         except (DiscoveryError, NamespaceError, ChildFailed, RecordError, PppError) as exc:
             module.fail_json(msg=str(exc), exception=getattr(exc, "child_traceback", None), **result)
