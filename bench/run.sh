@@ -7,7 +7,9 @@ usage() {
     cat <<'EOF'
 Usage: bench/run.sh [--suite bookworm|bullseye] [--guest GUESTS_JSON] FIGURE...
 
-FIGURE is p1, p2, p4, memory, p3 or all (p1 p2 p4 memory, then the P3 note).
+FIGURE is p3, p1, p2, p4, memory or all (all five). P3 runs first when
+requested, because its first site.yml run needs a guest that nothing has
+converged yet.
 
 Without --guest, boots the lab guest bench-SUITE (default suite bookworm),
 runs the figures in it and stops it at the end, also after a failure or
@@ -20,8 +22,8 @@ Prints the figures and keeps a copy in bench/output/SUITE-DATE.txt, with one
 JSON line per figure in bench/output/SUITE-DATE.jsonl.
 
 Exit status: 0 when every requested figure was measured, 1 when one failed,
-2 for a usage error or when only p3 was requested, 3 when a figure cannot
-run on the guest's kernel (such as P1 on a kernel that cannot bridge).
+2 for a usage error, 3 when a figure cannot run on the guest (such as P1 on
+a kernel that cannot bridge, or P3 on a guest that site.yml already ran on).
 EOF
 }
 
@@ -43,7 +45,7 @@ while [ $# -gt 0 ]; do
         --guest) guest_json=${2:?--guest needs the JSON file of lab.py up}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         p1|p2|p4|memory|p3) figures+=("$1"); shift ;;
-        all) figures+=(p1 p2 p4 memory p3); shift ;;
+        all) figures+=(p3 p1 p2 p4 memory); shift ;;
         *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
 done
@@ -63,21 +65,6 @@ wants() {
     done
     return 1
 }
-
-# P3 compares a second run of playbooks/site.yml on a converged host with the
-# first. NOTE: it is a placeholder until the playbook exists.
-p3_note() {
-    if [ -f "$repo/playbooks/site.yml" ]; then
-        echo "P3  not measured: playbooks/site.yml exists now, but this figure is not written yet"
-    else
-        echo "P3  cannot run yet: playbooks/site.yml does not exist"
-    fi
-}
-
-if [ ${#figures[@]} -eq 1 ] && wants p3; then
-    p3_note
-    exit 2
-fi
 
 guest_name=""
 work=""
@@ -147,6 +134,18 @@ main() {
 
     copy_to_guest
 
+    if wants p3; then
+        echo
+        echo "== p3"
+        local status=0
+        "$python" "$repo/bench/site_rerun.py" --guest "$guest_json" --work "$work" \
+            --log-prefix "$repo/bench/output/$suite-$stamp-p3" --json "$work/p3.jsonl" || status=$?
+        case $status in
+            0) ;;
+            3) cannot_run+=(p3) ;;
+            *) failed+=("p3 (exit $status)") ;;
+        esac
+    fi
     local bridge_args=()
     wants p1 && bridge_args+=(p1)
     wants p2 && bridge_args+=(p2)
@@ -159,12 +158,10 @@ main() {
     if wants memory; then
         run_figure memory bridge_figures.py memory
     fi
-    if wants p3; then
-        echo
-        p3_note
-    fi
-
     ssh_guest cat "$guest_results" > "$results_file" 2>/dev/null || true
+    if [ -f "$work/p3.jsonl" ]; then
+        cat "$work/p3.jsonl" >> "$results_file"
+    fi
     echo
     echo "results: $log_file and $results_file"
     if [ ${#failed[@]} -gt 0 ]; then
