@@ -480,7 +480,9 @@ def split_live_records(entries, sockets):
     Call it inside the records' namespace, because channel indices are per
     namespace. Attaching to a channel is the existence check and changes nothing.
     """
-    return partition_stale(entries, _exists_checker(KernelChannelOps()), build_channel_index(sockets))
+    # No bridge request follows these checks, so they keep no descriptor.
+    with KernelChannelOps(keep_limit=0) as ops:
+        return partition_stale(entries, _exists_checker(ops), build_channel_index(sockets))
 
 
 def _check_batch_conflicts(resolved_pairs, state, problems):
@@ -708,8 +710,9 @@ def run_batch_in_netns(target, pairs, state, force, check_mode, recorded_entries
             scan = discover_pppox_sockets(processes)
             sockets = scan["sockets"]
             inaccessible = scan["inaccessible"]
-        outcome = run_batch(pairs, state, force, check_mode, KernelChannelOps(), target.label,
-                            recorded_entries, sockets=sockets, processes=processes)
+        with KernelChannelOps() as ops:
+            outcome = run_batch(pairs, state, force, check_mode, ops, target.label,
+                                recorded_entries, sockets=sockets, processes=processes)
         result = outcome.to_dict()
         result["inaccessible"] = inaccessible
         return result

@@ -18,6 +18,8 @@ __metaclass__ = type
 import errno
 import fcntl
 import os
+import resource
+import select
 import struct
 
 # asm-generic/ioctl.h: the request number packs direction, argument size,
@@ -292,18 +294,106 @@ def read_channel_index(socket_fd):
     return struct.unpack("i", bytes(buffer))[0]
 
 
+def _descriptor_budget():
+    """Return how many descriptors KernelChannelOps may keep open, raising the soft limit if allowed.
+
+    The kept descriptors may number two per pair, beyond the usual soft limit
+    of 1024. Raising the soft limit up to the hard one needs no privilege.
+    The margin leaves room for the descriptors the rest of the run opens.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(0, soft - _DESCRIPTOR_MARGIN)
+
+
+_DESCRIPTOR_MARGIN = 256
+
+
+def _hung_up(fd):
+    """Return True when the channel that ``fd`` is attached to has unregistered (POLLHUP)."""
+    poller = select.poll()
+    poller.register(fd, 0)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
 class KernelChannelOps:
     """The channel operations that the bridge executor issues, on the real kernel.
 
     Each method runs in the calling process's network namespace and raises
     the PppError subclasses of ``error_from_errno``.
+
+    An existence check keeps its attached descriptor, and a bridge request
+    from that channel later in the same run uses it, which saves an open and
+    an attach per pair. Use the object as a context manager, or call close(),
+    so that the descriptors it keeps are closed at the end of the run. They
+    must never outlive it (see attach_channel).
     """
 
+    def __init__(self, keep_limit=None):
+        self._attached = {}
+        self._keep_limit = _descriptor_budget() if keep_limit is None else keep_limit
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        self.close()
+        return False
+
+    def close(self):
+        descriptors = list(self._attached.values())
+        self._attached.clear()
+        for fd in descriptors:
+            os.close(fd)
+
     def check(self, index):
-        check_channel_exists(index)
+        if index in self._attached:
+            return
+        fd = attach_channel(index)
+        if len(self._attached) < self._keep_limit:
+            self._attached[index] = fd
+        else:
+            os.close(fd)
 
     def bridge(self, index, peer_index):
-        bridge_channels(index, peer_index)
+        fd = self._attached.pop(index, None)
+        if fd is None:
+            bridge_channels(index, peer_index)
+            return
+        try:
+            self._bridge_attached(fd, index, peer_index)
+        finally:
+            os.close(fd)
+
+    def _bridge_attached(self, fd, index, peer_index):
+        _ioctl_int_in(fd, PPPIOCBRIDGECHAN, peer_index, OPERATION_BRIDGE, channel=index, peer=peer_index)
+        # A descriptor attached to a channel whose socket closed since the check
+        # still accepts the bridge, and the peer then sends into a dead channel.
+        # The kernel marks the descriptor hung up after it removes the unregistered
+        # channel's bridge. So a hang-up seen here means this bridge may have come
+        # too late to be removed, and it is removed here. The error is the one a
+        # fresh attach would raise. NOTE: a close that lands between the kernel's
+        # unbridge and its hang-up mark is missed. That window is a few
+        # instructions, and a fresh attach has a similar one between its lookup
+        # and the bridge request.
+        if _hung_up(fd):
+            try:
+                fcntl.ioctl(fd, PPPIOCUNBRIDGECHAN, 0)
+            except OSError:
+                pass
+            raise error_from_errno(errno.ENXIO, OPERATION_ATTACH, channel=index)
 
     def unbridge(self, index):
+        # A kept descriptor of a channel that closed since the check would
+        # report "not bridged" where a fresh attach reports the channel gone.
+        fd = self._attached.pop(index, None)
+        if fd is not None:
+            os.close(fd)
         unbridge_channel(index)
