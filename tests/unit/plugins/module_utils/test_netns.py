@@ -1,11 +1,15 @@
-"""Tests of namespace option parsing and of the fork-and-pipe transport.
+"""Tests of namespace option parsing, the thread's namespace switch and the fork-and-pipe transport.
 
-The transport tests fork with a no-op namespace step, so they exercise how
-results and exceptions travel back to the parent, not setns or unshare.
+The switch tests need root: they start a process in a namespace of its own
+(`unshare --net`) and run functions in that namespace. The transport tests
+fork with a no-op namespace step, so they exercise how results and
+exceptions travel back to the parent, not setns or unshare.
 """
 
 import errno
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -60,6 +64,51 @@ def test_run_in_netns_missing_namespace():
 
     with pytest.raises(netns.NamespaceError, match="does not exist"):
         netns.run_in_netns(target, os.getpid)
+
+
+def thread_netns_inode():
+    return os.stat(netns.THREAD_NETNS).st_ino
+
+
+@pytest.fixture
+def other_netns():
+    """Yield the NetnsTarget of a namespace that a sleeping `unshare --net` process keeps alive."""
+    if os.geteuid() != 0:
+        pytest.skip("entering another network namespace needs root")
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    path = "/proc/%d/ns/net" % holder.pid
+    try:
+        deadline = time.monotonic() + 10
+        while os.stat(path).st_ino == thread_netns_inode():
+            assert time.monotonic() < deadline, "unshare --net did not create a namespace within 10 s"
+            time.sleep(0.05)
+        yield netns.NetnsTarget("the test's namespace", path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_run_in_netns_switches_and_returns(other_netns):
+    home = thread_netns_inode()
+
+    inside = netns.run_in_netns(other_netns, thread_netns_inode)
+
+    assert inside == os.stat(other_netns.path).st_ino
+    assert inside != home
+    assert thread_netns_inode() == home
+
+
+def test_run_in_netns_returns_after_error(other_netns):
+    home = thread_netns_inode()
+
+    def fail():
+        raise error_from_errno(errno.EALREADY, "bridge", channel=5, peer=6)
+
+    with pytest.raises(ChannelBusy) as raised:
+        netns.run_in_netns(other_netns, fail)
+
+    assert raised.value.channel == 5
+    assert thread_netns_inode() == home
 
 
 def test_fork_returns_child_result():
