@@ -163,7 +163,13 @@ main() {
         cat "$work/p3.jsonl" >> "$results_file"
     fi
     echo
-    echo "results: $log_file and $results_file"
+    if [ -s "$results_file" ]; then
+        echo "results: $log_file and $results_file"
+    else
+        # No figure was measured, so there is no JSON line to keep.
+        rm -f "$results_file"
+        echo "output: $log_file"
+    fi
     if [ ${#failed[@]} -gt 0 ]; then
         echo "failed: ${failed[*]}"
         return 1

@@ -339,7 +339,10 @@ def stop_guest(name):
 
 def start_guest(name, suite):
     """Boot one guest from its suite's image; return its connection details."""
-    image = build_image(suite)
+    # guests_up has built or found the image already and said which.
+    image = image_dir(suite)
+    if not (image / "disk.qcow2").exists():
+        image = build_image(suite)
     stop_guest(name)
     folder = vm_dir(name)
     folder.mkdir(parents=True)
