@@ -80,15 +80,20 @@ def netns_inode(path=None, label=None):
         raise NamespaceError("network namespace %s cannot be read: %s" % (path, exc.strerror))
 
 
+def _setns_fd(fd, action):
+    """Move the calling thread into the network namespace of ``fd``; ``action`` names the step in errors."""
+    if libc().setns(fd, CLONE_NEWNET) != 0:
+        error_number = ctypes.get_errno()
+        raise NamespaceError("%s failed: %s" % (action, os.strerror(error_number)))
+
+
 def _setns(path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise NamespaceError("network namespace %s cannot be opened: %s" % (path, exc.strerror))
     try:
-        if libc().setns(fd, CLONE_NEWNET) != 0:
-            error_number = ctypes.get_errno()
-            raise NamespaceError("joining network namespace %s failed: %s" % (path, os.strerror(error_number)))
+        _setns_fd(fd, "joining network namespace %s" % path)
     finally:
         os.close(fd)
 
@@ -193,15 +198,9 @@ def run_in_netns(target, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
         finally:
-            _return_home(home_fd)
+            _setns_fd(home_fd, "returning to the original network namespace")
     finally:
         os.close(home_fd)
-
-
-def _return_home(home_fd):
-    if libc().setns(home_fd, CLONE_NEWNET) != 0:
-        error_number = ctypes.get_errno()
-        raise NamespaceError("returning to the original network namespace failed: %s" % os.strerror(error_number))
 
 
 def run_in_new_netns(func, *args, **kwargs):

@@ -294,6 +294,10 @@ def read_channel_index(socket_fd):
     return struct.unpack("i", bytes(buffer))[0]
 
 
+# Descriptors left free for the rest of the run when the kept ones reach the limit.
+_DESCRIPTOR_MARGIN = 256
+
+
 def _descriptor_budget():
     """Return how many descriptors KernelChannelOps may keep open, raising the soft limit if allowed.
 
@@ -311,9 +315,6 @@ def _descriptor_budget():
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
     return max(0, soft - _DESCRIPTOR_MARGIN)
-
-
-_DESCRIPTOR_MARGIN = 256
 
 
 def _hung_up(fd):
