@@ -337,12 +337,8 @@ def stop_guest(name):
     shutil.rmtree(vm_dir(name), ignore_errors=True)
 
 
-def start_guest(name, suite):
-    """Boot one guest from its suite's image; return its connection details."""
-    # guests_up has built or found the image already and said which.
-    image = image_dir(suite)
-    if not (image / "disk.qcow2").exists():
-        image = build_image(suite)
+def start_guest(name, suite, image):
+    """Boot one guest of ``suite`` from the image folder ``image``; return its connection details."""
     stop_guest(name)
     folder = vm_dir(name)
     folder.mkdir(parents=True)
@@ -417,14 +413,12 @@ def tail(path, lines=15):
 
 def guests_up(specs, json_path):
     """Start every guest, then wait for all of them in parallel."""
-    suites = sorted({suite for _, suite in specs})
-    for suite in suites:
-        build_image(suite)
+    images = {suite: build_image(suite) for suite in sorted({suite for _, suite in specs})}
 
     started = []
     try:
         for name, suite in specs:
-            started.append(start_guest(name, suite))
+            started.append(start_guest(name, suite, images[suite]))
         with concurrent.futures.ThreadPoolExecutor(len(started)) as pool:
             for future in [pool.submit(wait_for_ssh, d) for d in started]:
                 future.result()
