@@ -74,12 +74,13 @@ class Guest:
                 "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                 "%s@%s" % (self.entry["user"], self.entry["address"]), command]
 
-    def run(self, command, what):
+    def run(self, command, step):
+        """Run ``command`` in the guest and return its output; ``step`` names it in the error."""
         result = subprocess.run(self.ssh_command(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 universal_newlines=True)
         if result.returncode != 0:
             raise BenchError("%s failed in guest %s (exit %d): %s"
-                             % (what, self.name, result.returncode, result.stderr.strip() or result.stdout.strip()))
+                             % (step, self.name, result.returncode, result.stderr.strip() or result.stdout.strip()))
         return result.stdout
 
     def inventory(self, host_vars):

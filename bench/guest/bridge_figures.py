@@ -7,9 +7,8 @@ P2      the process scan and resolution of N PPPoE and N L2TP session
         descriptors, against P1's bridge time. Goal: at most 3 times.
 memory  ppp_bridge's peak RSS while bridging 1,000 and 10,000 pairs, and
         whether the cost per pair grows no worse than linearly. The module
-        process's peak is its VmHWM. ppp_bridge forks no child now, but the
-        ru_maxrss that wait4 returns for any child it waits for would count
-        too.
+        process's peak is its VmHWM. ppp_bridge forks no child, and the
+        figure fails if it waits for one, whose memory VmHWM would miss.
 
 Every round bridges all pairs and then unbridges them, which also checks
 that each pair was bridged. Rounds alternate the order of the measurements
@@ -284,8 +283,7 @@ def memory_run(channels_path):
     Runs in a fresh process, because peak RSS is a high-water mark. The
     baseline is taken after the imports, the C library load and reading the
     channel list, so the growth covers the module's parameters and its work.
-    A child process that ppp_bridge waits for would start with this process's
-    RSS at fork time, so its peak is reported apart.
+    ppp_bridge must fork no child, because VmHWM would not count its memory.
     """
     bridge_module = benchlib.import_bridge_module()
     # Loading libc runs ldconfig in a subprocess (ctypes.util.find_library).
@@ -304,14 +302,15 @@ def memory_run(channels_path):
     finally:
         os.waitpid = child_peaks.original_waitpid
     benchlib.check_all_bridged(result, expected)
+    if child_peaks.kib:
+        raise BenchError("ppp_bridge waited for %d child process(es), whose memory this figure does not count"
+                         % len(child_peaks.kib))
 
     print(json.dumps({
         "pairs": len(expected),
         "seconds": seconds,
         "baseline_kib": baseline_kib,
         "module_process_kib": peak_rss_kib(),
-        "children": len(child_peaks.kib),
-        "child_peak_kib": max(child_peaks.kib.values(), default=0),
     }))
 
 
@@ -358,14 +357,11 @@ def measure_memory(sizes, repeat, json_path):
 def summarize_memory(size_runs):
     """Return the medians of one size's runs: peak, growth over the baseline and cost per pair."""
     size = size_runs[0]["pairs"]
-    peaks = [max(run["module_process_kib"], run["child_peak_kib"]) for run in size_runs]
+    peaks = [run["module_process_kib"] for run in size_runs]
     growth = [peak - run["baseline_kib"] for peak, run in zip(peaks, size_runs)]
     return {
         "pairs": size,
         "peak_kib": benchlib.median(peaks),
-        "module_process_kib": benchlib.median([run["module_process_kib"] for run in size_runs]),
-        "children": max(run["children"] for run in size_runs),
-        "child_peak_kib": benchlib.median([run["child_peak_kib"] for run in size_runs]),
         "baseline_kib": benchlib.median([run["baseline_kib"] for run in size_runs]),
         "growth_kib": benchlib.median(growth),
         "kib_per_pair": benchlib.median(growth) / size,
@@ -380,12 +376,9 @@ def report_memory(guest, sizes, runs, json_path):
           % len(runs[sizes[0]]))
     print("    %s" % benchlib.guest_line(guest))
     for summary in summaries:
-        children = ("%d child process(es) %.1f" % (summary["children"], summary["child_peak_kib"] / 1024)
-                    if summary["children"] else "no child process")
-        print("    %6d pairs: peak %6.1f MiB (module process %.1f, %s, baseline %.1f); "
+        print("    %6d pairs: peak %6.1f MiB (baseline %.1f); "
               "growth %.1f MiB = %.2f KiB per pair; run %.2f s"
-              % (summary["pairs"], summary["peak_kib"] / 1024, summary["module_process_kib"] / 1024,
-                 children, summary["baseline_kib"] / 1024,
+              % (summary["pairs"], summary["peak_kib"] / 1024, summary["baseline_kib"] / 1024,
                  summary["growth_kib"] / 1024, summary["kib_per_pair"], summary["seconds"]))
 
     smallest, largest = summaries[0], summaries[-1]
